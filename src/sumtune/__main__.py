@@ -1,0 +1,5 @@
+import sys
+
+from sumtune.cli.main import main
+
+sys.exit(main())

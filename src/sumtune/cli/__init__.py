@@ -1,0 +1,1 @@
+"""The `sumtune` command line: one parser with a subcommand per module."""
