@@ -89,44 +89,42 @@ def process_scores(scores: Tensor, sequences: Tensor, config: GenerationConfig, 
 
 
 class Stepper:
-    """Compute next-token logits for (rows, length) decoder sequences, with or without a cache."""
+    """Compute next-token logits for (rows, length) decoder sequences, with or without a cache.
 
-    def __init__(self, model: T5, encoded: EncoderOutput, prefixes: PrefixKV, max_length: int, use_cache: bool):
+    `encoded` and `prefixes` cover the examples, and there are `num_beams` consecutive rows per
+    example. Cross-attention keys and values are computed once per example and shared by its rows.
+    """
+
+    def __init__(self, model: T5, encoded: EncoderOutput, prefixes: PrefixKV, max_length: int, use_cache: bool,
+                 num_beams: int = 1):
         self.model = model
         self.use_cache = use_cache
         if use_cache:
-            self.cache: DecoderCache | None = model.start_generation(encoded, prefixes, max_length)
+            self.cache: DecoderCache | None = model.start_generation(encoded, prefixes, max_length, num_beams)
         else:
             self.cache = None
-            self.prefixes = prefixes
+            self.self_prefixes = prefixes.decoder_self
+            if self.self_prefixes is not None and num_beams > 1:
+                self.self_prefixes = [
+                    (key.repeat_interleave(num_beams, 0), value.repeat_interleave(num_beams, 0))
+                    for key, value in self.self_prefixes
+                ]
             self.cross_kv = model.decoder.cross_key_values(encoded.hidden, prefixes.decoder_cross)
             self.cross_bias = model.cross_bias(encoded.mask, prefixes, encoded.hidden.dtype)
 
     def __call__(self, sequences: Tensor) -> Tensor:
         if self.cache is not None:
             return self.model.decode_step(sequences[:, -1:], self.cache)[:, -1].float()
-        hidden = self.model.decoder(
-            self.model.shared(sequences), self.cross_kv, self.cross_bias, self.prefixes.decoder_self
-        )
+        hidden = self.model.decoder(self.model.shared(sequences), self.cross_kv, self.cross_bias, self.self_prefixes)
         return self.model.lm_logits(hidden[:, -1:])[:, -1].float()
 
     def reorder(self, index: Tensor) -> None:
+        """Reorder the per-row state after beam search picks new beams; `index` stays within each example."""
         if self.cache is not None:
             self.cache.reorder(index)
-        else:
-            # Without a cache only the cross-attention inputs depend on the row; reorder them.
-            self.cross_kv = [(key[index], value[index]) for key, value in self.cross_kv]
-            self.cross_bias = self.cross_bias[index]
-            self.prefixes = PrefixKV(
-                decoder_self=None if self.prefixes.decoder_self is None
-                else [(k[index], v[index]) for k, v in self.prefixes.decoder_self]
-            )
-
-
-def expand_rows(encoded: EncoderOutput, times: int) -> EncoderOutput:
-    if times == 1:
-        return encoded
-    return EncoderOutput(encoded.hidden.repeat_interleave(times, 0), encoded.mask.repeat_interleave(times, 0))
+        elif self.self_prefixes is not None:
+            # Without a cache only the self-attention prefixes are per row; cross-attention state is per example.
+            self.self_prefixes = [(key[index], value[index]) for key, value in self.self_prefixes]
 
 
 @torch.no_grad()
@@ -141,12 +139,10 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        rows = input_ids.shape[0] * config.num_beams
-        prefixes = model.prefixes(rows)
-        encoded = model.encode(input_ids, attention_mask, model.prefixes(input_ids.shape[0]))
-        encoded = expand_rows(encoded, config.num_beams)
+        prefixes = model.prefixes(input_ids.shape[0])
+        encoded = model.encode(input_ids, attention_mask, prefixes)
         max_length = config.max_new_tokens + 1
-        stepper = Stepper(model, encoded, prefixes, max_length, use_cache)
+        stepper = Stepper(model, encoded, prefixes, max_length, use_cache, config.num_beams)
         if config.num_beams == 1:
             return greedy_search(stepper, input_ids.shape[0], config, model.config, input_ids.device)
         return beam_search(stepper, input_ids.shape[0], config, model.config, input_ids.device)

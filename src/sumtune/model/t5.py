@@ -128,13 +128,28 @@ class Attention(nn.Module):
         return self.split_heads(self.k(states)), self.split_heads(self.v(states))
 
     def attend(self, query_states: Tensor, key: Tensor, value: Tensor, bias: Tensor) -> Tensor:
+        """Attend from `query_states` to `key`/`value`.
+
+        `key` may have fewer rows than the queries when each group of `rows // key rows` consecutive
+        query rows shares its keys, as the beams of one example share the encoder output in beam
+        search. The group's queries are then stacked along the query length, so each example's keys
+        and values are read once per step. `bias` must then not vary along the query length.
+        """
         query = self.split_heads(self.q(query_states))
+        rows, _, length, _ = query.shape
+        groups = rows // key.shape[0]
+        if groups > 1:
+            # (examples * groups, heads, length, d_kv) -> (examples, heads, groups * length, d_kv)
+            query = query.view(key.shape[0], groups, self.num_heads, length, self.d_kv).transpose(1, 2)
+            query = query.reshape(key.shape[0], self.num_heads, groups * length, self.d_kv)
         dropout = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(
             query, key, value, attn_mask=bias.to(query.dtype), dropout_p=dropout, scale=1.0
         )
+        if groups > 1:
+            out = out.view(key.shape[0], self.num_heads, groups, length, self.d_kv).transpose(1, 2)
         # (batch, heads, length, d_kv) -> (batch, length, heads * d_kv)
-        out = out.transpose(1, 2).reshape(query.shape[0], query.shape[2], -1)
+        out = out.reshape(rows, self.num_heads, length, self.d_kv).transpose(1, 2).reshape(rows, length, -1)
         return self.o(out)
 
 
@@ -462,11 +477,17 @@ class T5(nn.Module):
         shifted = torch.cat([start, labels[:, :-1]], dim=1)
         return shifted.masked_fill(shifted == -100, self.config.pad_token_id)
 
-    def start_generation(self, encoded: EncoderOutput, prefixes: PrefixKV, max_length: int) -> DecoderCache:
-        """Allocate the decoder cache for up to `max_length` decoder positions (start token included)."""
-        batch = encoded.hidden.shape[0]
+    def start_generation(self, encoded: EncoderOutput, prefixes: PrefixKV, max_length: int, num_beams: int = 1) -> DecoderCache:
+        """Allocate the decoder cache for up to `max_length` decoder positions (start token included).
+
+        `encoded` and `prefixes` cover the examples; the cache has `num_beams` decoder rows per
+        example, consecutive. Cross-attention keys and values stay one per example, shared by its beams.
+        """
+        batch = encoded.hidden.shape[0] * num_beams
         config = self.config
         self_prefixes = prefixes.decoder_self
+        if self_prefixes is not None and num_beams > 1:
+            self_prefixes = [(k.repeat_interleave(num_beams, 0), v.repeat_interleave(num_beams, 0)) for k, v in self_prefixes]
         prefix_len = prefix_length(self_prefixes)
         dtype = encoded.hidden.dtype
         layers = []
