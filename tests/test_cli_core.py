@@ -193,26 +193,37 @@ def test_summarize_stdin_to_stdout(monkeypatch, capsys, model_dir, articles):
     assert "summarizing" in captured.err  # the progress bar, shown for more than one batch
 
 
-def test_summarize_source_prefix_reaches_tokenizer(tmp_path, model_dir, tiny_reference, articles):
+def test_summarize_source_prefix_reaches_model(tmp_path, monkeypatch, model_dir, tiny_reference, articles):
+    import sumtune.inference
+
+    model, tokenizer = tiny_reference
+    seen_inputs = []
+
+    def recording_generate(model, input_ids, attention_mask, config):
+        seen_inputs.extend(tokenizer.batch_decode(input_ids, skip_special_tokens=True))
+        return generate(model, input_ids, attention_mask, config)
+
+    monkeypatch.setattr(sumtune.inference, "generate", recording_generate)
     input_path = write_jsonl(tmp_path / "in.jsonl", articles[:2])
     texts = [record["article"] for record in articles[:2]]
-    # Greedy decoding: the random model's beams settle on the same tokens whatever the prefix.
-    config = with_defaults(num_beams=1, max_new_tokens=12, min_new_tokens=12)
-    settings = ["--num-beams", "1", "--max-new-tokens", "12", "--min-new-tokens", "12", "--quiet"]
-    model, tokenizer = tiny_reference
-    outputs = {}
-    for prefix in ("summarize: ", "", "headline: "):
+    config = with_defaults(num_beams=1, max_new_tokens=6, min_new_tokens=6)
+    settings = ["--num-beams", "1", "--max-new-tokens", "6", "--min-new-tokens", "6", "--max-source-length", "16", "--quiet"]
+    inputs_by_prefix = {}
+    for prefix, option in (("summarize: ", []), ("", ["--source-prefix", ""]), ("headline: ", ["--source-prefix", "headline: "])):
+        seen_inputs.clear()
         output_path = tmp_path / f"out-{len(prefix)}.jsonl"
-        assert main(["summarize", "--model", str(model_dir), "--input", str(input_path), "--output", str(output_path),
-                     "--source-prefix", prefix, *settings]) == 0
-        outputs[prefix] = [record["summary"] for record in read_jsonl(output_path)]
-        assert outputs[prefix] == reference_summaries(model, tokenizer, texts, config, prefix=prefix)
 
-    default_path = tmp_path / "default.jsonl"
-    assert main(["summarize", "--model", str(model_dir), "--input", str(input_path), "--output", str(default_path),
-                 *settings]) == 0
-    assert [record["summary"] for record in read_jsonl(default_path)] == outputs["summarize: "]
-    assert len({tuple(summaries) for summaries in outputs.values()}) > 1
+        assert main(["summarize", "--model", str(model_dir), "--input", str(input_path), "--output", str(output_path),
+                     *option, *settings]) == 0
+
+        expected_inputs = [tokenizer.decode(tokenizer(prefix + text, truncation=True, max_length=16)["input_ids"],
+                                            skip_special_tokens=True) for text in texts]
+        assert sorted(seen_inputs) == sorted(expected_inputs)
+        inputs_by_prefix[prefix] = tuple(sorted(seen_inputs))
+        expected = reference_summaries(model, tokenizer, texts, config, prefix=prefix, max_length=16)
+        assert [record["summary"] for record in read_jsonl(output_path)] == expected
+
+    assert len(set(inputs_by_prefix.values())) == 3
 
 
 def test_summarize_missing_text_field(tmp_path, capsys, model_dir):

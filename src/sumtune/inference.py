@@ -241,7 +241,7 @@ class Summarizer:
         encoded = self.tokenizer(
             [source_prefix + text for text in texts], truncation=True, max_length=max_source_length
         )["input_ids"]
-        # Longest first, so that the first batch shows early whether memory suffices.
+        # Decreasing length, so that the first batch shows early whether memory suffices.
         order = sorted(range(len(texts)), key=lambda index: len(encoded[index]), reverse=True)
         pad_id = self.model.config.pad_token_id
         summaries: list[str | None] = [None] * len(texts)

@@ -15,7 +15,7 @@ Build a small T5 with random weights and a Unigram tokenizer trained on a local 
 saved in the layout of a Hugging Face checkpoint (config.json, model.safetensors and
 tokenizer files). It loads with --model DIR in every sumtune command and with
 transformers' T5ForConditionalGeneration. Use it to try training and evaluation
-offline. Its summaries are noise until it is trained.
+offline. Its summaries mean nothing until it is trained.
 
 kinds:
   tiny        ReLU feed-forward and tied embeddings, as in the original T5
@@ -57,7 +57,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="text or JSON Lines file to train the tokenizer on")
     parser.add_argument("--vocab-size", type=positive_int, default=2000, metavar="N",
                         help="tokenizer vocabulary size, special tokens included (default: 2000, minimum 100)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the weights (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the weights (default: 0); tokenizer training in the tokenizers "
+                        "library is not seeded, and its vocabulary can differ slightly between runs")
     parser.add_argument("--overwrite", action="store_true", help="replace a model that already exists in --output")
     parser.set_defaults(handler=run)
 
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(
-        "sumtune init-model: warning: the weights are random, so the model writes noise until it is trained",
+        "sumtune init-model: warning: the weights are random, so its summaries mean nothing until it is trained",
         file=sys.stderr,
     )
     return 0
