@@ -1,11 +1,11 @@
 """Greedy and beam-search decoding with a key/value cache, matching transformers' `generate`.
 
-Decisions that decide which tokens come out follow transformers 5.x so that outputs agree token for
-token: log-softmax before the logits processors in beam search, 2 * num_beams candidates per step,
-finished hypotheses scored as sum_logprobs / generated_length ** length_penalty, and the same
-early-stopping heuristic (`early_stopping=False`: stop once no running beam, scored at the current
-length, can beat the worst finished one; `True`: stop once num_beams hypotheses are finished;
-`"never"`: only the canonical bound).
+Every choice that decides which tokens come out follows transformers 5.x, so outputs agree token
+for token. Beam search applies log-softmax before the logits processors and keeps 2 * num_beams
+candidates per step. A finished hypothesis scores sum_logprobs / generated_length ** length_penalty.
+Early stopping uses the same heuristic: with `early_stopping=False` the search stops once no running
+beam, scored at the current length, can beat the worst finished one. With `True` it stops once
+num_beams hypotheses are finished, and with `"never"` it uses only the canonical bound.
 """
 
 from __future__ import annotations
@@ -232,7 +232,7 @@ def beam_search(stepper: Stepper, batch: int, config: GenerationConfig, model_co
 
 
 def still_improvable(running_scores, finished_scores, is_finished, length, max_length, config) -> Tensor:
-    """Whether the best running beam could still beat the worst finished hypothesis, per example."""
+    """Return whether the best running beam could still beat the worst finished hypothesis, per example."""
     if config.early_stopping == "never" and config.length_penalty > 0.0:
         best_length = max_length - 1
     else:

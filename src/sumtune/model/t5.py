@@ -57,7 +57,7 @@ class Seq2SeqOutput:
 
 
 def mask_value(dtype: torch.dtype) -> float:
-    """The additive mask value transformers uses: the most negative finite number of `dtype`."""
+    """Return the additive mask value that transformers uses: the most negative finite number of `dtype`."""
     return torch.finfo(dtype).min
 
 
