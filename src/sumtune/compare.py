@@ -19,6 +19,7 @@ from typing import Any
 
 from sumtune.compare_report import SCORES_FILE, write_report
 from sumtune.errors import ConfigError, DataError, SumtuneError
+from sumtune.files import write_text_atomically
 from sumtune.metrics import ROUGE_TYPES
 
 RESULTS_FILE = "results.json"
@@ -409,7 +410,5 @@ def write_results(settings: CompareSettings, rows: Sequence[Mapping[str, Any]]) 
 
     document = {"sumtune_version": __version__, **settings.header(), "rows": ordered}
     path = settings.output_dir / RESULTS_FILE
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    temporary.replace(path)
+    write_text_atomically(path, json.dumps(document, indent=2) + "\n")
     return path

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sumtune.files import replacing, write_text_atomically
 from sumtune.metrics import ROUGE_TYPES
 
 if TYPE_CHECKING:
@@ -149,9 +150,7 @@ def write_report(
         lines += ["", "## Runs that failed", "", "These runs have no row; the next call trains them again.", ""]
         lines += [f"- {method} (seed {seed}): {message}" for method, seed, message in failures]
     text = "\n".join(lines) + "\n"
-    temporary = report.with_name(f".{report.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(report)
+    write_text_atomically(report, text)
     return [report, *write_plots(output_dir, rows, methods)]
 
 
@@ -273,9 +272,8 @@ def write_plots(output_dir: Path, rows: Sequence[Mapping[str, Any]], methods: li
         figure = draw(plt, rows, methods, colors)
         figure.tight_layout()
         path = output_dir / name
-        temporary = path.with_name(f".{path.stem}.tmp.png")
-        figure.savefig(temporary, dpi=100)
-        temporary.replace(path)
+        with replacing(path) as temporary:
+            figure.savefig(temporary, dpi=100)
         plt.close(figure)
         written.append(path)
     return written

@@ -26,7 +26,8 @@ from typing import Any
 from sumtune.errors import ConfigError, SumtuneError
 from sumtune.metrics import ROUGE_TYPES
 from sumtune.search_space import SearchSpace, build_search_space, field_types, load_space_file
-from sumtune.tune_report import retrain_command, write_study_plots, write_text_atomically, write_trials_csv
+from sumtune.files import write_text_atomically
+from sumtune.tune_report import retrain_command, write_study_plots, write_trials_csv
 
 logger = logging.getLogger(__name__)
 

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sumtune.files import replacing
+
 
 def retrain_command(config: Any) -> str:
     """Return the `sumtune train` command line that trains `config` again.
@@ -69,12 +71,10 @@ def write_trials_csv(study: Any, path: Path, objective: str) -> Path:
             trial.user_attrs.get("worker", ""),
             trial.user_attrs.get("run_dir", ""),
         ])
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("w", newline="", encoding="utf-8") as stream:
+    with replacing(path) as temporary, temporary.open("w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
         writer.writerow(header)
         writer.writerows(rows)
-    temporary.replace(path)
     return path
 
 
@@ -116,16 +116,9 @@ def write_study_plots(study: Any, output_dir: Path, objective: str, *, echo: Cal
         figure.set_size_inches(8, 5)
         figure.tight_layout()
         path = output_dir / name
-        temporary = path.with_name(f".{path.stem}.tmp.png")
-        figure.savefig(temporary, dpi=100)
-        temporary.replace(path)
+        with replacing(path) as temporary:
+            figure.savefig(temporary, dpi=100)
         plt.close(figure)
         written.append(path)
     return written
 
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it over `path`."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
