@@ -7,7 +7,7 @@ import pytest
 from sumtune.files import replacing, write_text_atomically
 
 
-def test_replacing_renames_on_success_and_keeps_suffix(tmp_path):
+def test_replacing_keeps_suffix(tmp_path):
     target = tmp_path / "plot.png"
     with replacing(target) as temporary:
         assert temporary.parent == tmp_path
@@ -18,7 +18,7 @@ def test_replacing_renames_on_success_and_keeps_suffix(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["plot.png"]
 
 
-def test_two_writers_of_one_file_get_distinct_temporary_names(tmp_path):
+def test_concurrent_writers_distinct_names(tmp_path):
     # Two tune workers writing the same plot at once each rename their own file.
     target = tmp_path / "trials.csv"
     with replacing(target) as first, replacing(target) as second:
@@ -29,7 +29,7 @@ def test_two_writers_of_one_file_get_distinct_temporary_names(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["trials.csv"]
 
 
-def test_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path):
+def test_failed_write_keeps_old_file(tmp_path):
     target = tmp_path / "report.md"
     target.write_text("old", encoding="utf-8")
     with pytest.raises(RuntimeError, match="disk full"), replacing(target) as temporary:
@@ -39,7 +39,7 @@ def test_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["report.md"]
 
 
-def test_write_text_atomically_writes_utf8(tmp_path):
+def test_write_text_utf8(tmp_path):
     target = tmp_path / "config.yaml"
     write_text_atomically(target, "summary: café\n")
     assert target.read_bytes() == "summary: café\n".encode()
