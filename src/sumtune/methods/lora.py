@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from sumtune.errors import ConfigError
 from sumtune.methods.base import MethodConfig, MethodSpec, check_int, freeze, option
-from sumtune.model.t5 import T5
+from sumtune.model.t5 import T5, Dropout
 
 ATTENTION_TARGETS = ("q", "k", "v", "o")
 FEED_FORWARD_TARGETS = ("wi", "wi_0", "wi_1", "wo")
@@ -75,7 +75,7 @@ class LoraLinear(nn.Linear):
         self.lora_A = nn.Parameter(torch.empty(r, base.in_features, **factory))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, **factory))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
 
     def delta_weight(self) -> Tensor:

@@ -61,6 +61,63 @@ def mask_value(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).min
 
 
+def dropout_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[Tensor, float]:
+    """Return a boolean keep-mask where each entry is True with probability 1 - p, and the matching scale.
+
+    The mask is drawn as 31-bit integers, two from each 64-bit draw of the generator, which on
+    CPU is about twice as fast as `torch.bernoulli_`. The drop probability is rounded to a
+    multiple of 2**-31, and the scale uses the rounded value, so the expected output equals the input.
+    """
+    count = math.prod(shape)
+    threshold = round(p * 2**31)
+    words = torch.empty((count + 1) // 2, dtype=torch.int64, device=device).random_()
+    # int64 random_ draws from [0, 2**63), so the high 32-bit half has a zero top bit and the low
+    # half does not. Masking both halves to 31 bits makes them identically uniform on [0, 2**31).
+    draws = words.view(torch.int32)[:count].bitwise_and_(0x7FFFFFFF)
+    keep = (draws >= threshold).view(shape)
+    return keep, 2**31 / (2**31 - threshold)
+
+
+class _MaskAndScale(torch.autograd.Function):
+    """Zero the entries where `keep` is False and scale the rest, in the forward and the backward pass.
+
+    Written out because `x.mul(keep)` first converts the boolean mask to floats, which costs
+    about as much as the multiplication. The backward saves the one-byte mask only.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, keep: Tensor, scale: float) -> Tensor:
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return torch.where(keep, x, 0.0).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (keep,) = ctx.saved_tensors
+        return torch.where(keep, grad, 0.0).mul_(ctx.scale), None, None
+
+
+def cpu_dropout(x: Tensor, p: float) -> Tensor:
+    """Apply inverted dropout to `x` with a mask from `dropout_mask`: zero entries, scale the rest by 1/(1-p)."""
+    keep, scale = dropout_mask(x.shape, p, x.device)
+    return _MaskAndScale.apply(x, keep, scale)
+
+
+class Dropout(nn.Dropout):
+    """`nn.Dropout` with a faster mask on CPU; on other devices it calls PyTorch's fused kernel.
+
+    A subclass, so code that finds dropout layers with `isinstance(module, nn.Dropout)` and sets
+    `p` keeps working.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu" or self.p >= 1.0:
+            return super().forward(x)
+        return cpu_dropout(x, self.p)
+
+
 class RMSNorm(nn.Module):
     """T5's layer norm: scale only, no mean subtraction and no bias, statistics in float32."""
 
@@ -96,7 +153,7 @@ class FeedForward(nn.Module):
             self.wi = nn.Linear(config.d_model, config.d_ff, bias=False)
         self.wo = nn.Linear(config.d_ff, config.d_model, bias=False)
         self.act = activation_function(config.activation)
-        self.dropout = nn.Dropout(config.dropout_rate)
+        self.dropout = Dropout(config.dropout_rate)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.gated:
@@ -104,6 +161,20 @@ class FeedForward(nn.Module):
         else:
             hidden = self.act(self.wi(x))
         return self.wo(self.dropout(hidden))
+
+
+def attention_with_cpu_dropout(query: Tensor, key: Tensor, value: Tensor, bias: Tensor, p: float) -> Tensor:
+    """Compute unscaled softmax attention with dropout on the weights, for training on CPU.
+
+    PyTorch's fused CPU attention has no dropout, so with dropout `scaled_dot_product_attention`
+    takes its unfused path, which draws the mask with the slower `bernoulli_`. This is the same
+    computation with the faster mask. The softmax runs in float32, as in transformers' T5, and
+    needs no guard for fully masked rows because T5's mask value is finite.
+    """
+    scores = torch.matmul(query, key.transpose(-1, -2))
+    scores += bias
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(scores.dtype)
+    return torch.matmul(cpu_dropout(weights, p), value)
 
 
 class Attention(nn.Module):
@@ -143,9 +214,12 @@ class Attention(nn.Module):
             query = query.view(key.shape[0], groups, self.num_heads, length, self.d_kv).transpose(1, 2)
             query = query.reshape(key.shape[0], self.num_heads, groups * length, self.d_kv)
         dropout = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=bias.to(query.dtype), dropout_p=dropout, scale=1.0
-        )
+        if dropout > 0.0 and query.device.type == "cpu":
+            out = attention_with_cpu_dropout(query, key, value, bias.to(query.dtype), dropout)
+        else:
+            out = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=bias.to(query.dtype), dropout_p=dropout, scale=1.0
+            )
         if groups > 1:
             out = out.view(key.shape[0], self.num_heads, groups, length, self.d_kv).transpose(1, 2)
         # (batch, heads, length, d_kv) -> (batch, length, heads * d_kv)
@@ -161,7 +235,7 @@ class Sublayer(nn.Module):
         self.norm = RMSNorm(config.d_model, config.layer_norm_epsilon)
         self.inner = inner
         self.adapter: nn.Module | None = None
-        self.dropout = nn.Dropout(config.dropout_rate)
+        self.dropout = Dropout(config.dropout_rate)
 
     def residual(self, x: Tensor, normed: Tensor, out: Tensor) -> Tensor:
         if self.adapter is not None:
@@ -242,7 +316,7 @@ class Stack(nn.Module):
         self.blocks = nn.ModuleList(Block(config, is_decoder) for _ in range(num_layers))
         self.relative_bias = nn.Embedding(config.relative_attention_num_buckets, config.num_heads)
         self.final_norm = RMSNorm(config.d_model, config.layer_norm_epsilon)
-        self.dropout = nn.Dropout(config.dropout_rate)
+        self.dropout = Dropout(config.dropout_rate)
 
     def position_bias(self, query_length: int, key_length: int, query_offset: int = 0) -> Tensor:
         """Return the bias of shape (1, heads, query_length, key_length); queries start at `query_offset`."""
