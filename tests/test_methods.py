@@ -22,6 +22,7 @@ from sumtune.methods import (
     METHODS, LoraLinear, apply_method, count_parameters, export_peft, load_method, load_model_with_method,
     merge_lora, method_config_class, save_method, trainable_state_dict, unmerge_lora,
 )
+from sumtune.methods.lora import _LowRankUpdate
 from sumtune.model import T5, GenerationConfig, T5Config, generate, save_t5
 from sumtune.model.tiny import train_tokenizer
 from sumtune.model.weights import init_weights
@@ -261,6 +262,24 @@ def test_merged_lora_matches_unmerged(shape, seed):
     torch.testing.assert_close(logits_of(model, batch), unmerged)
     for name, tensor in base_weights.items():
         torch.testing.assert_close(model.state_dict()[name], tensor.double())
+
+
+def test_lora_update_gradients_match_autograd():
+    torch.manual_seed(3)
+    x = torch.randn(2, 7, 12, dtype=torch.float64, requires_grad=True)
+    lora_A = torch.randn(4, 12, dtype=torch.float64, requires_grad=True)
+    lora_B = torch.randn(10, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *inputs: _LowRankUpdate.apply(*inputs, 0.5), (x, lora_A, lora_B))
+
+    reference_inputs = [tensor.detach().clone().requires_grad_() for tensor in (x, lora_A, lora_B)]
+    reference = F.linear(F.linear(reference_inputs[0], reference_inputs[1]), reference_inputs[2]) * 0.5
+    ours = _LowRankUpdate.apply(x, lora_A, lora_B, 0.5)
+    grad = torch.randn_like(ours)
+    reference.backward(grad)
+    ours.backward(grad)
+    torch.testing.assert_close(ours, reference)
+    for mine, theirs in zip((x, lora_A, lora_B), reference_inputs):
+        torch.testing.assert_close(mine.grad, theirs.grad)
 
 
 # -- prefix placement --------------------------------------------------------------------------------

@@ -59,6 +59,35 @@ class LoraConfig(MethodConfig):
         return problems
 
 
+class _LowRankUpdate(torch.autograd.Function):
+    """Compute `scaling * x A^T B^T` with a backward pass that avoids a slow CPU matrix product.
+
+    autograd would compute B's gradient as `grad^T @ h`, with h the (tokens, r) activations.
+    With r = 8 on 2 CPU threads that product took 21-28 ms for 4,096 tokens and d_model 512,
+    against 2 ms for the same numbers computed as `(h^T @ grad)^T`, which is what this backward does.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, lora_A: Tensor, lora_B: Tensor, scaling: float) -> Tensor:
+        inputs = x.reshape(-1, x.shape[-1])
+        hidden = inputs @ lora_A.t()  # (tokens, r)
+        out = (hidden @ lora_B.t()).mul_(scaling)
+        ctx.save_for_backward(inputs, lora_A, lora_B, hidden)
+        ctx.scaling = scaling
+        ctx.input_shape = x.shape
+        return out.view(*x.shape[:-1], lora_B.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        inputs, lora_A, lora_B, hidden = ctx.saved_tensors
+        grad = grad.reshape(-1, grad.shape[-1]) * ctx.scaling  # (tokens, out_features)
+        grad_hidden = grad @ lora_B  # (tokens, r)
+        grad_x = (grad_hidden @ lora_A).view(ctx.input_shape) if ctx.needs_input_grad[0] else None
+        grad_A = grad_hidden.t() @ inputs if ctx.needs_input_grad[1] else None
+        grad_B = (hidden.t() @ grad).t() if ctx.needs_input_grad[2] else None
+        return grad_x, grad_A, grad_B, None
+
+
 class LoraLinear(nn.Linear):
     """A frozen `nn.Linear` plus a trainable low-rank update; `weight` is the base layer's own tensor."""
 
@@ -85,7 +114,7 @@ class LoraLinear(nn.Linear):
         out = F.linear(x, self.weight, self.bias)
         if self.merged:
             return out
-        return out + F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B) * self.scaling
+        return out + _LowRankUpdate.apply(self.lora_dropout(x), self.lora_A, self.lora_B, self.scaling)
 
     @torch.no_grad()
     def merge(self) -> None:
