@@ -1,14 +1,17 @@
 """Training-step time and peak memory of every sumtune method, beside peft on transformers' T5.
 
-Each configuration runs in a fresh subprocess, so the peak resident set size (VmHWM in
-/proc/self/status) belongs to that configuration alone. A step is zero_grad, forward with labels,
-backward and an AdamW step, on a T5 of t5-small's shape with random weights (no download), in
-training mode (dropout 0.1). All configurations see the same random token ids.
+A step is zero_grad, forward with labels, backward and an AdamW step, on a T5 of t5-small's shape
+with random weights (no download), in training mode (dropout 0.1). All configurations see the same
+random token ids. Each configuration lives in its own worker process, and all workers stay alive
+while the script runs one training step at a time, in rounds that visit every configuration in
+alternating order. A machine whose speed drifts over minutes (other tenants, frequency changes)
+therefore slows all configurations alike. Each worker reports its peak resident set size (VmHWM
+in /proc/self/status), which is its configuration's own.
 
     python benchmarks/bench_methods.py                 # batch 8, 512 source / 128 target tokens, 2 threads
-    python benchmarks/bench_methods.py --steps 5 --warmup 2
-    python benchmarks/bench_methods.py --quick         # smoke run: batch 2, 64 / 16 tokens, 1 step
-    python benchmarks/bench_methods.py --only sumtune-lora,peft-lora
+    python benchmarks/bench_methods.py --steps 5 --warmup 1
+    python benchmarks/bench_methods.py --quick         # smoke run: batch 2, 64 / 16 tokens, 1 round
+    python benchmarks/bench_methods.py --only sumtune-full,sumtune-lora,peft-lora
 
 Targets checked at the end: each sumtune method no slower than its peft (or transformers) counterpart,
 and prefix, prompt, adapter and LoRA at least 1.3x faster than sumtune's full fine-tuning.
@@ -17,11 +20,13 @@ and prefix, prompt, adapter and LoRA at least 1.3x faster than sumtune's full fi
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -109,60 +114,111 @@ def memory_kib(field: str) -> int:
     return -1
 
 
-def run_worker(args: argparse.Namespace) -> None:
-    """Time one configuration and print a JSON line with its results."""
+def training_step(name: str, args: argparse.Namespace):
+    """Build one configuration and return (step function, trainable parameter count)."""
     import torch
 
-    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    build = sumtune_model if args.worker.startswith("sumtune-") else reference_model
-    model, step = build(args.worker)
+    build = sumtune_model if name.startswith("sumtune-") else reference_model
+    model, loss_of = build(name)
     model.train()
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+    batch = make_batch(args)
+
+    def step() -> float:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_of(batch)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    return step, sum(parameter.numel() for parameter in trainable)
+
+
+def make_batch(args: argparse.Namespace) -> dict:
+    import torch
 
     generator = torch.Generator().manual_seed(1)
-    batch = {
+    return {
         "input_ids": torch.randint(3, 32000, (args.batch_size, args.source_length), generator=generator),
         "attention_mask": torch.ones(args.batch_size, args.source_length, dtype=torch.long),
         "labels": torch.randint(3, 32000, (args.batch_size, args.target_length), generator=generator),
     }
-    rss_before = memory_kib("VmRSS")
-    times, cpu_times = [], []
-    for index in range(args.warmup + args.steps):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        optimizer.zero_grad(set_to_none=True)
-        loss = step(batch)
-        loss.backward()
-        optimizer.step()
-        if index >= args.warmup:
-            times.append(time.perf_counter() - start)
-            cpu_times.append(time.process_time() - cpu_start)
-    print(json.dumps({
-        "name": args.worker,
-        "step_seconds": times,
-        "median_seconds": statistics.median(times),
-        # CPU seconds of all threads; on a machine shared with other work this rises far less than wall time.
-        "median_cpu_seconds": statistics.median(cpu_times),
-        "trainable_params": sum(parameter.numel() for parameter in trainable),
-        "rss_before_training_mib": rss_before / 1024,
-        "peak_rss_mib": memory_kib("VmHWM") / 1024,
-        "loss": float(loss),
-    }))
 
 
-def run_configuration(name: str, args: argparse.Namespace) -> dict:
-    command = [
-        sys.executable, __file__, "--worker", name, "--steps", str(args.steps), "--warmup", str(args.warmup),
-        "--threads", str(args.threads), "--batch-size", str(args.batch_size),
-        "--source-length", str(args.source_length), "--target-length", str(args.target_length),
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
-    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    if result.returncode != 0:
-        return {"name": name, "error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def timed(step) -> tuple[float, float, float]:
+    """Run one step; return (wall seconds, CPU seconds of all threads, loss)."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    loss = step()
+    return time.perf_counter() - start, time.process_time() - cpu_start, loss
+
+
+def release_free_memory() -> None:
+    """Return freed heap memory to the operating system where the C library is glibc; elsewhere do nothing."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    """Serve one configuration: build it, then answer commands read from stdin with JSON lines.
+
+    `step` runs and times one training step; `finish` reports the process's peak memory and exits.
+    The process holds nothing but this configuration, so its peak resident set size is its own.
+    """
+    import torch
+
+    torch.set_num_threads(args.threads)
+    step, trainable = training_step(args.worker, args)
+    print(json.dumps({"trainable_params": trainable, "rss_before_training_mib": memory_kib("VmRSS") / 1024}),
+          flush=True)
+    for command in sys.stdin:
+        if command.strip() == "step":
+            seconds, cpu_seconds, loss = timed(step)
+            # glibc keeps freed activations in the heap. Eleven idle workers holding them
+            # exhausted 24 GiB, so each worker returns them after its step, outside the timing.
+            release_free_memory()
+            print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "loss": loss}), flush=True)
+        elif command.strip() == "finish":
+            print(json.dumps({"peak_rss_mib": memory_kib("VmHWM") / 1024}), flush=True)
+            return
+
+
+class Worker:
+    """A subprocess that serves one configuration (see `run_worker`)."""
+
+    def __init__(self, name: str, args: argparse.Namespace, log_dir: Path):
+        command = [
+            sys.executable, __file__, "--worker", name, "--threads", str(args.threads),
+            "--batch-size", str(args.batch_size), "--source-length", str(args.source_length),
+            "--target-length", str(args.target_length),
+        ]
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+        self.name = name
+        self.log = log_dir / f"{name}.log"
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                            text=True, env=env)
+
+    def request(self, command: str | None = None) -> dict:
+        """Send `command` (if any) and return the worker's next JSON line; raise RuntimeError if it died."""
+        if command is not None:
+            self.process.stdin.write(command + "\n")
+            self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait()
+            lines = self.log.read_text().strip().splitlines()
+            raise RuntimeError(lines[-1] if lines else f"exit status {self.process.returncode}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
 
 
 def speedup(results: dict[str, dict], slower: str, faster: str, key: str) -> float | None:
@@ -179,27 +235,25 @@ def format_ratio(ratio: float | None) -> str:
 def report(results: dict[str, dict], args: argparse.Namespace) -> list[str]:
     lines = [
         f"batch {args.batch_size}, {args.source_length} source / {args.target_length} target tokens, "
-        f"{args.threads} threads, {args.warmup} warmup + {args.steps} timed steps, fastest of {args.passes} pass(es)",
+        f"{args.threads} threads, {args.warmup} warmup + {args.steps} timed rounds, one worker process per configuration",
         "",
         "| configuration | library | trainable params | median step, wall (s) | steps, wall (s) "
-        "| median step, CPU (s) | peak RSS (MiB) | speedup vs sumtune full, wall / CPU | load average |",
-        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+        "| median step, CPU (s) | peak RSS (MiB) | speedup vs sumtune full, wall / CPU |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
     for name, (library, description) in CONFIGURATIONS.items():
         result = results.get(name)
         if result is None:
             continue
         if "error" in result:
-            lines.append(f"| {name} ({description}) | {library} | failed: {result['error']} | | | | | | |")
+            lines.append(f"| {name} ({description}) | {library} | failed: {result['error']} | | | | | |")
             continue
         steps = ", ".join(f"{seconds:.1f}" for seconds in result["step_seconds"])
-        cpu = result.get("median_cpu_seconds")
         ratios = " / ".join(format_ratio(speedup(results, "sumtune-full", name, key))
                             for key in ("median_seconds", "median_cpu_seconds"))
         lines.append(
             f"| {name} ({description}) | {library} | {result['trainable_params']:,} | {result['median_seconds']:.2f} "
-            f"| {steps} | {'n/a' if cpu is None else f'{cpu:.2f}'} | {result['peak_rss_mib']:.0f} | {ratios} "
-            f"| {result['load_average']:.1f} |"
+            f"| {steps} | {result['median_cpu_seconds']:.2f} | {result['peak_rss_mib']:.0f} | {ratios} |"
         )
 
     lines += ["", "Targets (speedup by wall-clock time, by CPU time in brackets):"]
@@ -218,16 +272,15 @@ def report(results: dict[str, dict], args: argparse.Namespace) -> list[str]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=3, help="timed training steps per configuration (default 3)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing (default 1)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads per configuration (default 2)")
+    parser.add_argument("--steps", type=int, default=3,
+                        help="timed rounds; each round runs one training step of every configuration (default 3)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds before timing (default 1)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--source-length", type=int, default=512, help="source tokens per example")
     parser.add_argument("--target-length", type=int, default=128, help="target tokens per example")
-    parser.add_argument("--passes", type=int, default=1,
-                        help="run all configurations this many times in turn and keep each one's fastest pass")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: batch 2, 64 source / 16 target tokens, 1 warmup + 1 timed step")
+                        help="smoke run: batch 2, 64 source / 16 target tokens, 1 warmup + 1 timed round")
     parser.add_argument("--only", help="comma-separated configuration names; default all: " + ", ".join(CONFIGURATIONS))
     parser.add_argument("--json", type=Path, help="also write the raw results to this JSON file")
     parser.add_argument("--report-from", type=Path,
@@ -236,9 +289,8 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.quick:
         args.batch_size, args.source_length, args.target_length, args.steps, args.warmup = 2, 64, 16, 1, 1
-    if args.steps < 1 or args.warmup < 0 or args.passes < 1:
-        parser.error(f"--steps and --passes must be >= 1 and --warmup >= 0, got {args.steps}, {args.passes} "
-                     f"and {args.warmup}")
+    if args.steps < 1 or args.warmup < 0:
+        parser.error(f"--steps must be >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}")
     return args
 
 
@@ -255,22 +307,47 @@ def main() -> int:
     if unknown:
         print(f"unknown configuration(s) {unknown}; expected names from: {', '.join(CONFIGURATIONS)}", file=sys.stderr)
         return 2
-    # Each pass runs every configuration in turn, so load from other processes on a shared machine
-    # falls on all of them alike. Each configuration keeps its fastest pass.
+
+    # One worker process per configuration, all alive at once, and one step at a time in round-robin
+    # order: a machine whose speed drifts over minutes slows every configuration alike, and each
+    # worker's peak memory is its configuration's own.
     results: dict[str, dict] = {}
-    for number in range(1, args.passes + 1):
-        for name in names:
-            started = time.perf_counter()
-            result = run_configuration(name, args)
-            result["load_average"] = os.getloadavg()[0]
-            status = result.get("error") or f"median {result['median_seconds']:.2f} s/step"
-            print(f"pass {number}, {name}: {status} ({time.perf_counter() - started:.0f} s, "
-                  f"load average {result['load_average']:.1f})", file=sys.stderr, flush=True)
-            results.setdefault(name, {"passes": []})["passes"].append(result)
-    for name, entry in results.items():
-        timed = [result for result in entry["passes"] if "median_seconds" in result]
-        best = min(timed, key=lambda result: result["median_seconds"]) if timed else entry["passes"][-1]
-        entry.update({key: value for key, value in best.items() if key != "passes"})
+    workers: dict[str, Worker] = {}
+    with tempfile.TemporaryDirectory() as log_dir:
+        try:
+            for name in names:
+                workers[name] = Worker(name, args, Path(log_dir))
+            for name in names:
+                try:
+                    results[name] = {"name": name, **workers[name].request(), "step_seconds": [], "cpu_seconds": []}
+                except RuntimeError as error:
+                    results[name] = {"name": name, "error": str(error)}
+            working = [name for name in names if "error" not in results[name]]
+            for number in range(args.warmup + args.steps):
+                # Alternate the order, so that no configuration always runs right after the same other one.
+                for name in working if number % 2 == 0 else working[::-1]:
+                    if "error" in results[name]:
+                        continue
+                    try:
+                        answer = workers[name].request("step")
+                    except RuntimeError as error:
+                        results[name]["error"] = str(error)
+                        continue
+                    if number >= args.warmup:
+                        results[name]["step_seconds"].append(answer["seconds"])
+                        results[name]["cpu_seconds"].append(answer["cpu_seconds"])
+                print(f"round {number + 1} of {args.warmup + args.steps} done"
+                      f"{' (warmup)' if number < args.warmup else ''}, load average {os.getloadavg()[0]:.1f}",
+                      file=sys.stderr, flush=True)
+            for name in working:
+                if "error" in results[name]:
+                    continue
+                results[name].update(workers[name].request("finish"))
+                results[name]["median_seconds"] = statistics.median(results[name]["step_seconds"])
+                results[name]["median_cpu_seconds"] = statistics.median(results[name]["cpu_seconds"])
+        finally:
+            for worker in workers.values():
+                worker.close()
     print("\n".join(report(results, args)))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -65,6 +65,7 @@ class _LowRankUpdate(torch.autograd.Function):
     autograd would compute B's gradient as `grad^T @ h`, with h the (tokens, r) activations.
     With r = 8 on 2 CPU threads that product took 21-28 ms for 4,096 tokens and d_model 512,
     against 2 ms for the same numbers computed as `(h^T @ grad)^T`, which is what this backward does.
+    NOTE: from r = 16 up, this form measured 10-20 % slower per call than autograd's on the same machine.
     """
 
     @staticmethod
