@@ -163,10 +163,10 @@ def release_free_memory() -> None:
 
 
 def run_worker(args: argparse.Namespace) -> None:
-    """Serve one configuration: build it, then answer commands read from stdin with JSON lines.
+    """Serve one configuration: build it, then respond to each command read from stdin with a JSON line.
 
     `step` runs and times one training step; `finish` reports the process's peak memory and exits.
-    The process holds nothing but this configuration, so its peak resident set size is its own.
+    The process runs only this configuration, so its peak resident set size is its own.
     """
     import torch
 
